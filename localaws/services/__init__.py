@@ -1,0 +1,1 @@
+"""localaws service extensions: one module per AWS service, each with install(runtime)."""

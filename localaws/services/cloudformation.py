@@ -1,0 +1,5 @@
+"""TODO(owner): cloudformation extension (not built yet)."""
+
+
+def install(runtime) -> None:
+    """Not built yet."""

@@ -1,0 +1,5 @@
+"""TODO(owner): sagemaker_hosting extension (not built yet)."""
+
+
+def install(runtime) -> None:
+    """Not built yet."""
