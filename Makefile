@@ -29,6 +29,7 @@ $(STAMP): requirements.lock pyproject.toml
 $(AIRFLOW_HOME_DIR)/airflow.db: $(STAMP)
 	$(PY) scripts/airflow_home.py --home $(AIRFLOW_HOME_DIR)
 	$(PY) -m airflow db migrate > /dev/null
+	$(PY) -m airflow connections import --overwrite $(AIRFLOW_HOME_DIR)/connections.json > /dev/null
 	@touch $@
 
 airflow-home: $(AIRFLOW_HOME_DIR)/airflow.db

@@ -1,7 +1,11 @@
-"""Prepare a repo-local AIRFLOW_HOME: airflow.cfg, and a connections file in which
+"""Prepare a repo-local AIRFLOW_HOME: airflow.cfg, and ``connections.json`` in which
 ``aws_default`` points at localaws (or at real AWS when ``--aws-endpoint ''``).
 
     python scripts/airflow_home.py --home .airflow [--aws-endpoint http://127.0.0.1:4566]
+
+``make`` then runs ``airflow db migrate`` and ``airflow connections import`` of that file,
+so the connection lives in the metadata DB like any other (an ``AIRFLOW_CONN_AWS_DEFAULT``
+environment variable still overrides it).
 
 Idempotent: generated secrets (JWT, API secret key) are kept across runs so a running
 Airflow is not invalidated; everything else is rewritten from the arguments.
@@ -10,6 +14,7 @@ Airflow is not invalidated; everything else is rewritten from the arguments.
 from __future__ import annotations
 
 import argparse
+import base64
 import configparser
 import json
 import secrets
@@ -26,6 +31,10 @@ def aws_connection(endpoint_url: str, region: str) -> dict:
         return {"conn_type": "aws", "login": "testing", "password": "testing",
                 "extra": {**extra, "endpoint_url": endpoint_url}}
     return {"conn_type": "aws", "extra": extra}  # real AWS: the default credential chain
+
+
+def _fernet_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
 def write_home(home: Path, endpoint_url: str = DEFAULT_ENDPOINT, region: str = "us-east-1",
@@ -54,6 +63,7 @@ def write_home(home: Path, endpoint_url: str = DEFAULT_ENDPOINT, region: str = "
         "execution_api_server_url": f"http://127.0.0.1:{api_port}/execution/",
         "simple_auth_manager_users": "admin:admin",
         "dags_are_paused_at_creation": "True",
+        "fernet_key": old.get("core", "fernet_key", fallback="") or _fernet_key(),
     }
     cfg["database"] = {"sql_alchemy_conn": f"sqlite:///{home / 'airflow.db'}"}
     cfg["logging"] = {"base_log_folder": str(home / "logs")}
@@ -62,10 +72,6 @@ def write_home(home: Path, endpoint_url: str = DEFAULT_ENDPOINT, region: str = "
     cfg["api_auth"] = {"jwt_secret": kept("api_auth", "jwt_secret")}
     cfg["dag_processor"] = {"refresh_interval": "30", "min_file_process_interval": "10"}
     cfg["scheduler"] = {"enable_health_check": "False"}
-    cfg["secrets"] = {
-        "backend": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
-        "backend_kwargs": json.dumps({"connections_file_path": str(connections)}),
-    }
     tmp = cfg_path.with_suffix(".tmp")
     with open(tmp, "w") as f:
         cfg.write(f)

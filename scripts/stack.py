@@ -137,8 +137,10 @@ class Stack:
     def start_airflow(self) -> None:
         write_home(self.home, self.aws_endpoint, api_port=self.api_port)
         if self._running("airflow") is None:
-            subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True,
-                           env=self.env(), cwd=REPO, stdout=subprocess.DEVNULL)
+            for args in (["db", "migrate"], ["connections", "import", "--overwrite",
+                                             str(self.home / "connections.json")]):
+                subprocess.run([sys.executable, "-m", "airflow", *args], check=True,
+                               env=self.env(), cwd=REPO, stdout=subprocess.DEVNULL)
             pid = self._spawn("airflow", [sys.executable, "-m", "airflow", "standalone"])
             self._wait_http(f"{self.api_url}/api/v2/monitor/health", 180, "airflow", pid)
 

@@ -20,17 +20,21 @@ def test_generated_home_points_aws_default_at_localaws(tmp_path):
     assert cfg["api"]["host"] == "127.0.0.1"
     assert cfg["core"]["dags_folder"] == str(REPO / "dags")
 
-    # Ask Airflow itself (in a clean process) what aws_default is.
+    # Do what make does, then ask Airflow itself (in a clean process) what aws_default is.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AIRFLOW", "AWS_ENDPOINT"))}
     env["AIRFLOW_HOME"] = str(home)
-    code = ("import json; from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook;"
-            "c = AwsBaseHook(aws_conn_id='aws_default').conn_config;"
-            "print(json.dumps({'endpoint_url': c.endpoint_url, 'region': c.region_name}))")
-    out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                         capture_output=True, text=True).stdout
-    assert json.loads(out.strip().splitlines()[-1]) == {
-        "endpoint_url": "http://127.0.0.1:4566", "region": "us-east-1"}
+    for args in (["db", "migrate"],
+                 ["connections", "import", "--overwrite", str(home / "connections.json")]):
+        subprocess.run([sys.executable, "-m", "airflow", *args], env=env, check=True,
+                       capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "airflow", "connections", "get", "aws_default",
+                          "-o", "json"], env=env, check=True, capture_output=True, text=True)
+    conn = json.loads(out.stdout)[0]
+    assert conn["conn_type"] == "aws"
+    assert conn["extra_dejson"] == {"endpoint_url": "http://127.0.0.1:4566",
+                                    "region_name": "us-east-1"}
+    assert conn["is_encrypted"] == "True"  # a Fernet key is generated: stored encrypted
 
 
 def test_secrets_survive_regeneration_and_file_is_private(tmp_path):
