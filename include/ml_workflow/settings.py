@@ -26,6 +26,8 @@ Each setting is looked up, first match wins, in:
 | aws_conn_id                | aws_default                                         |
 | region                     | us-east-1                                           |
 | min_accuracy               | 0.8                                                 |
+| poll_interval_s            | 30 (how often operators poll AWS; 2 on localaws)    |
+| max_training_runtime_s     | 3600                                                |
 | cifar100_source            | the official CIFAR-100 python archive URL           |
 | cifar100_md5               | eb9058c3a382ffc7106e4002c42a8d85 (official archive) |
 """
@@ -65,6 +67,8 @@ class Settings:
     aws_conn_id: str = "aws_default"
     region: str = "us-east-1"
     min_accuracy: float = 0.8
+    poll_interval_s: int = 30
+    max_training_runtime_s: int = 3600
     cifar100_source: str = OFFICIAL_CIFAR100_URL
     cifar100_md5: str = OFFICIAL_CIFAR100_MD5
 
@@ -91,6 +95,14 @@ def _coerce(name: str, raw: str, default: object) -> object:
         if not items:
             raise SettingsError(f"setting {name!r} must list at least one value, got {raw!r}")
         return items
+    if isinstance(default, int):
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"setting {name!r} must be an integer, got {raw!r}") from None
+        if value <= 0:
+            raise SettingsError(f"setting {name!r} must be positive, got {raw!r}")
+        return value
     if isinstance(default, float):
         try:
             value = float(raw)

@@ -55,3 +55,9 @@ def test_bad_values_name_the_setting(name, value, needle):
 def test_keys_live_under_the_prefix():
     assert Settings(prefix="proj/").key("datasets", "x/") == "proj/datasets/x"
     assert Settings(prefix="").uri("raw", "a.tgz") == "s3://ml-workflow-aws-data/raw/a.tgz"
+
+
+def test_integer_settings():
+    assert settings_from_env({"ML_WORKFLOW_POLL_INTERVAL_S": "2"}).poll_interval_s == 2
+    with pytest.raises(SettingsError, match="poll_interval_s.*integer"):
+        settings_from_env({"ML_WORKFLOW_POLL_INTERVAL_S": "2.5"})
