@@ -93,12 +93,10 @@ with DAG(
         return prepare(params, decision, image)
 
     @task
-    def verify(decision: dict, deployment: dict, dag_run=None) -> dict:
+    def verify(decision: dict, deployment: dict) -> dict:
         from ml_workflow.train_tasks import verify_and_smoke_test
 
-        deploy_ti = dag_run.get_task_instance("deploy") if dag_run else None
-        started = getattr(deploy_ti, "start_date", None)
-        return verify_and_smoke_test(decision, deployment, started)
+        return verify_and_smoke_test(decision, deployment)
 
     @task
     def register(decision: dict, deployment: dict, smoke: dict) -> dict:
