@@ -13,5 +13,9 @@ _s = settings_from_env()
 # {"bucket", "prefix", "manifest_key", "dataset", "partition"}.
 DATASET = Asset(name="cifar_dataset", uri=_s.uri("datasets", _s.dataset_name))
 
-# Updated by model_monitor when drift crosses its threshold.
+# Updated by model_monitor when drift crosses its threshold; the event's extra holds
+# {"endpoint", "interval", "dataset", "drifted", "statistics", "report_uri"} (deliberately no
+# "bucket"/"prefix": a retrain it triggers trains on the newest published partition).
+# Nothing listens to it by default. To retrain on drift, add it to train_deploy's schedule,
+# e.g. ``AssetOrTimeSchedule(timetable=..., assets=(DATASET | DRIFT))``.
 DRIFT = Asset(name="model_drift", uri=_s.uri("reports", "monitoring", "drift"))

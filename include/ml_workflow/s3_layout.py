@@ -4,10 +4,12 @@ per kind of object, so no other module spells a key by hand."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from ml_workflow.settings import Settings
 
 MANIFEST = "_MANIFEST.json"
+BASELINE = "_BASELINE.json"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -46,6 +48,25 @@ def data_capture_uri(s: Settings) -> str:
 
 def data_capture_prefix(s: Settings, endpoint: str, variant: str) -> str:
     return s.key("data_capture", endpoint, variant) + "/"
+
+
+def data_capture_hour_prefix(s: Settings, endpoint: str, variant: str, hour: datetime) -> str:
+    """The capture files of one UTC hour: ``.../<variant>/YYYY/MM/DD/HH/``."""
+    hour = hour.astimezone(UTC) if hour.tzinfo else hour
+    return data_capture_prefix(s, endpoint, variant) + hour.strftime("%Y/%m/%d/%H/")
+
+
+def data_capture_key(s: Settings, endpoint: str, variant: str, first_record: datetime,
+                     file_id: str) -> str:
+    """One capture file, named after its first record: ``.../HH/<mm-ss-mmm>-<id>.jsonl``."""
+    first_record = first_record.astimezone(UTC) if first_record.tzinfo else first_record
+    return (data_capture_hour_prefix(s, endpoint, variant, first_record)
+            + f"{first_record:%M-%S}-{first_record.microsecond // 1000:03d}-{file_id}.jsonl")
+
+
+def baseline_key(partition_prefix: str) -> str:
+    """The monitoring baseline of a dataset partition, stored next to its manifest."""
+    return partition_prefix.rstrip("/") + "/" + BASELINE
 
 
 def inference_prefix(s: Settings, run_id: str) -> str:

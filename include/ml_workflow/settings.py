@@ -15,6 +15,9 @@ Each setting is looked up, first match wins, in:
 | classes                    | bicycle,motorcycle,pickup_truck                     |
 | dataset_name               | cifar100-vehicles                                   |
 | confidence_threshold       | 0.8                                                 |
+| low_confidence_alert_share | 0.2 (monitor alerts when more requests fall below)  |
+| drift_threshold            | 0.2 (monitor: PSI above which drift is found)       |
+| drift_min_requests         | 50 (monitor: fewer requests, drift is not judged)   |
 | alert_email                | owner@example.com                                   |
 | training_instance_type     | ml.p3.2xlarge                                       |
 | endpoint_instance_type     | ml.m5.xlarge                                        |
@@ -23,6 +26,8 @@ Each setting is looked up, first match wins, in:
 | lambda_role_arn            | arn:aws:iam::123456789012:role/ml-workflow-lambda   |
 | stepfunctions_role_arn     | arn:aws:iam::123456789012:role/ml-workflow-states   |
 | sns_topic_name             | ml-workflow-alerts                                  |
+| sns_topic_arn              | (empty: derive it from sns_topic_name and account)  |
+| stack_name                 | ml-workflow-aws (the CloudFormation stack)          |
 | aws_conn_id                | aws_default                                         |
 | region                     | us-east-1                                           |
 | min_accuracy               | 0.8                                                 |
@@ -56,6 +61,9 @@ class Settings:
     classes: tuple[str, ...] = ("bicycle", "motorcycle", "pickup_truck")
     dataset_name: str = "cifar100-vehicles"
     confidence_threshold: float = 0.8
+    low_confidence_alert_share: float = 0.2
+    drift_threshold: float = 0.2
+    drift_min_requests: int = 50
     alert_email: str = "owner@example.com"
     training_instance_type: str = "ml.p3.2xlarge"
     endpoint_instance_type: str = "ml.m5.xlarge"
@@ -64,6 +72,8 @@ class Settings:
     lambda_role_arn: str = "arn:aws:iam::123456789012:role/ml-workflow-lambda"
     stepfunctions_role_arn: str = "arn:aws:iam::123456789012:role/ml-workflow-states"
     sns_topic_name: str = "ml-workflow-alerts"
+    sns_topic_arn: str = ""
+    stack_name: str = "ml-workflow-aws"
     aws_conn_id: str = "aws_default"
     region: str = "us-east-1"
     min_accuracy: float = 0.8
@@ -108,7 +118,8 @@ def _coerce(name: str, raw: str, default: object) -> object:
             value = float(raw)
         except ValueError:
             raise SettingsError(f"setting {name!r} must be a number, got {raw!r}") from None
-        if name in ("confidence_threshold", "min_accuracy") and not 0.0 <= value <= 1.0:
+        if (name in ("confidence_threshold", "min_accuracy", "low_confidence_alert_share")
+                and not 0.0 <= value <= 1.0):
             raise SettingsError(f"setting {name!r} must be between 0 and 1, got {raw!r}")
         return value
     return raw
