@@ -23,6 +23,7 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ml-workflow-test-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ.setdefault("ML_WORKFLOW_RETRY_DELAY_S", "1")  # failure-path tests retry fast
 sys.path.insert(0, str(REPO / "scripts"))
 from airflow_home import write_home  # noqa: E402
 

@@ -74,9 +74,9 @@ def split_create_update(specs: list[dict]) -> dict:
                 "handler": "app.lambda_handler",
                 "code": {"S3Bucket": spec["s3_bucket"], "S3Key": spec["s3_key"]},
                 "timeout": LAMBDA_TIMEOUT_S[spec["role"]],
-                "config": {"Environment": {"Variables": spec["environment"]},
-                           "MemorySize": 256,
-                           "Tags": {"project": "ml-workflow-aws"}},
+                "config": {"environment": {"Variables": spec["environment"]},
+                           "memory_size": 256,
+                           "tags": {"project": "ml-workflow-aws"}},
             })
     log.info("Lambdas to create: %s; to check for updates: %s",
              [c["function_name"] for c in create], [u["function_name"] for u in update])

@@ -33,6 +33,7 @@ Each setting is looked up, first match wins, in:
 | min_accuracy               | 0.8                                                 |
 | poll_interval_s            | 30 (how often operators poll AWS; 2 on localaws)    |
 | max_training_runtime_s     | 3600                                                |
+| retry_delay_s              | 20 (first retry of a failed task; doubles after)    |
 | cifar100_source            | the official CIFAR-100 python archive URL           |
 | cifar100_md5               | eb9058c3a382ffc7106e4002c42a8d85 (official archive) |
 """
@@ -79,6 +80,7 @@ class Settings:
     min_accuracy: float = 0.8
     poll_interval_s: int = 30
     max_training_runtime_s: int = 3600
+    retry_delay_s: int = 20
     cifar100_source: str = OFFICIAL_CIFAR100_URL
     cifar100_md5: str = OFFICIAL_CIFAR100_MD5
 

@@ -6,34 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import UTC, datetime
 
 import boto3
 import pytest
 
-from ml_workflow import cifar, etl
-from tests.factories import make_cifar_archive
-
 pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.slow]
 ENDPOINT = "test-classifier"
-
-
-@pytest.fixture(scope="module")
-def published(localaws, tmp_path_factory):
-    """A bucket with one published 3-class partition."""
-    bucket = f"train-{uuid.uuid4().hex[:10]}"
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=bucket)
-    work = tmp_path_factory.mktemp("partition")
-    archive = make_cifar_archive(work / "a.tar.gz",
-                                 train={"bicycle": 40, "motorcycle": 40, "pickup_truck": 40},
-                                 test={"bicycle": 10, "motorcycle": 10, "pickup_truck": 10})
-    raw = etl.extract(s3, str(archive), cifar.md5_of(archive), bucket, "raw/a.tar.gz", work)
-    etl.transform(s3, bucket, raw["key"], ["bicycle", "motorcycle", "pickup_truck"],
-                  "staging/p.tar", work)
-    etl.load(s3, bucket, "staging/p.tar", "datasets/cifar100-vehicles/2026-11-27/", work)
-    return bucket
 
 
 @pytest.fixture
