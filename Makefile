@@ -36,6 +36,7 @@ airflow-home: $(AIRFLOW_HOME_DIR)/airflow.db
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/cfn-lint include/cloudformation/*.yaml
 
 test: lint airflow-home
 	$(PY) -m pytest

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,12 @@ class Runtime:
     _hooks: list[tuple[str, Callable[[], None]]] = field(default_factory=list, repr=False)
     _status: dict[str, Callable[[], object]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, and werkzeug
+    # serves each request on a short-lived thread: every child is forked from this one
+    # thread, which lives as long as the server.
+    _spawner: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="localaws-spawner"),
+        repr=False)
 
     @property
     def endpoint_url(self) -> str:
@@ -54,7 +61,7 @@ class Runtime:
         """Start a child process that localaws owns: it is stopped at shutdown and dies
         with the server even when the server is killed with SIGKILL."""
         kwargs.setdefault("preexec_fn", _die_with_parent)
-        proc = subprocess.Popen(args, **kwargs)
+        proc = self._spawner.submit(subprocess.Popen, args, **kwargs).result()
         with self._lock:
             self._children.add(proc)
         return proc

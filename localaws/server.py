@@ -22,6 +22,7 @@ log = logging.getLogger("localaws")
 # Order matters: persistence first (so restored state exists before anything reads it).
 SERVICE_MODULES = (
     "localaws.services.s3_persistence",
+    "localaws.services.s3_policy",
     "localaws.services.lambda_compute",
     "localaws.services.stepfunctions",
     "localaws.services.sns_mail",

@@ -179,10 +179,6 @@ class WorkerManager:
         self.logs_lock = threading.Lock()
         self.extract_lock = threading.Lock()
         self.events = ThreadPoolExecutor(EVENT_THREADS, thread_name_prefix="lambda-event")
-        # PR_SET_PDEATHSIG (runtime.popen) fires when the *thread* that forked exits, and
-        # werkzeug serves each request on a short-lived thread: fork from a thread that lives
-        # as long as the server.
-        self.spawner = ThreadPoolExecutor(1, thread_name_prefix="lambda-spawner")
         self.invocations = 0
         self.cold_starts = 0
         self.closed = False
@@ -271,13 +267,10 @@ class WorkerManager:
                 str(self.site_dir), fn.handler or ""]
         env = self._environment(fn, log_stream, code_dir)
 
-        def start() -> subprocess.Popen:
-            with open(self.worker_log, "ab") as errlog:
-                return self.runtime.popen(
-                    args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog,
-                    env=env, cwd=code_dir, bufsize=0, close_fds=True)
-
-        proc = self.spawner.submit(start).result()
+        with open(self.worker_log, "ab") as errlog:
+            proc = self.runtime.popen(
+                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errlog,
+                env=env, cwd=code_dir, bufsize=0, close_fds=True)
         worker = Worker(proc, log_stream)
         self._ensure_stream(fn, log_stream)
         self.cold_starts += 1
@@ -427,7 +420,6 @@ class WorkerManager:
             self.pools.clear()
             self.cond.notify_all()
         self.events.shutdown(wait=False, cancel_futures=True)
-        self.spawner.shutdown(wait=False, cancel_futures=True)
         for worker in workers:
             worker.stop(self.runtime)
 

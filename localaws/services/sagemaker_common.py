@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import re
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 
 log = logging.getLogger("localaws.sagemaker")
 
@@ -111,36 +109,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-_spawn_queue: queue.SimpleQueue = queue.SimpleQueue()
-_spawner_lock = threading.Lock()
-_spawner: threading.Thread | None = None
-
-
-def _spawn_loop() -> None:
-    while True:
-        future, runtime, args, kwargs = _spawn_queue.get()
-        if future.set_running_or_notify_cancel():
-            try:
-                future.set_result(runtime.popen(args, **kwargs))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-
-def spawn(runtime, args: list[str], **kwargs):
-    """``runtime.popen`` from one long-lived thread. The child's "die with the parent" signal
-    (PR_SET_PDEATHSIG) fires when the *thread* that forked it ends, so children started from
-    short-lived worker threads would be killed as soon as that thread returns."""
-    global _spawner
-    with _spawner_lock:
-        if _spawner is None:
-            _spawner = threading.Thread(target=_spawn_loop, name="sagemaker-spawner",
-                                        daemon=True)
-            _spawner.start()
-    future: Future = Future()
-    _spawn_queue.put((future, runtime, args, kwargs))
-    return future.result()
 
 
 class LogStream:

@@ -61,7 +61,6 @@ from localaws.services.sagemaker_common import (
     free_port,
     parse_s3_uri,
     s3_get,
-    spawn,
     utcnow,
 )
 
@@ -123,8 +122,7 @@ class ModelServer:
 
     def start(self) -> None:
         self.port = free_port(self.host)
-        self.proc = spawn(
-                self.runtime,
+        self.proc = self.runtime.popen(
             self.algorithm.serve_command(self.model_dir, self.host, self.port),
             cwd=str(self.model_dir), env={**self.algorithm.env(), **self.environment},
             stdin=subprocess.DEVNULL,

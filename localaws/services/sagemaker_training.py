@@ -49,7 +49,6 @@ from localaws.services.sagemaker_common import (
     parse_s3_uri,
     s3_list,
     s3_put,
-    spawn,
     utcnow,
 )
 
@@ -262,8 +261,7 @@ class _TrainingRun:
         with self.lock:
             if self.stop_requested.is_set():
                 return 0, "Stopped"
-            self.proc = spawn(
-                self.runtime,
+            self.proc = self.runtime.popen(
                 algorithm.train_command(self.root), cwd=str(self.root), env=env,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 text=True, encoding="utf-8", errors="replace", bufsize=1)
