@@ -61,6 +61,13 @@ class AirflowAPI:
                             {"logical_date": logical_date, "conf": conf or {}})
         return run["dag_run_id"]
 
+    def backfill(self, dag_id: str, from_date: str, to_date: str,
+                 conf: dict | None = None) -> dict:
+        """What ``airflow backfill create`` does: one run per interval in the range."""
+        return self._request("POST", "/api/v2/backfills", {
+            "dag_id": dag_id, "from_date": from_date, "to_date": to_date,
+            "dag_run_conf": conf or {}, "max_active_runs": 2})
+
     def runs(self, dag_id: str) -> list[dict]:
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-run_after"
                                     "&limit=100")["dag_runs"]

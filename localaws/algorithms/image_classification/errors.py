@@ -25,7 +25,7 @@ class AlgorithmError(AlgorithmFailure):
     prefix = "AlgorithmError"
 
 
-class Stopped(BaseException):  # noqa: N818 - not an error: a request to stop
+class Stopped(BaseException):
     """Raised from the SIGTERM/SIGINT handler to unwind the training loop."""
 
     def __init__(self, signum: int) -> None:
