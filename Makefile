@@ -41,7 +41,7 @@ lint: $(STAMP)
 test: lint airflow-home
 	$(PY) -m pytest
 
-demo: airflow-home
+demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 up: airflow-home
