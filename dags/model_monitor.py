@@ -67,6 +67,10 @@ with DAG(
             None, type=["null", "integer"], minimum=1, title="Fewest requests to judge drift",
             description=f"Empty: the setting ({_s.drift_min_requests})"),
         "send_alerts": Param(True, type="boolean", title="Send the SNS alert"),
+        "hour": Param(None, type=["null", "string"],
+                      pattern="^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}$", title="Hour (UTC)",
+                      description="YYYY-MM-DDTHH to analyse that hour (e.g. the current "
+                                  "one); empty: the run's data interval"),
     },
 ) as dag:
 

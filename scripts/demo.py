@@ -94,11 +94,14 @@ def run_pipeline(api: AirflowAPI, stack: Stack, timeout_s: float = 1800) -> dict
                         timeout=900)
     inference = api.xcom("inference_workflow", inference_run, "summarise")
 
-    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    monitor_run = run("model_monitor", logical_date=hour.isoformat(), timeout=600)
+    # The hour the inference traffic was captured in (as a user picks it in the form).
+    hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
+    monitor_run = run("model_monitor", {"hour": hour}, timeout=600)
+    monitor = api.xcom("model_monitor", monitor_run, "analyse")
     return {
         "published": published, "decision": decision, "inference": inference,
-        "monitor_run": monitor_run, "elapsed_s": round(time.monotonic() - started, 1),
+        "monitor_run": monitor_run, "monitor": monitor,
+        "elapsed_s": round(time.monotonic() - started, 1),
     }
 
 
@@ -122,7 +125,7 @@ def main() -> int:
         say(f"Airflow UI at {stack.api_url}, localaws at {stack.aws_endpoint}")
         api = AirflowAPI(stack.api_url, "admin", stack.admin_password())
         result = run_pipeline(api, stack)
-        report = fetch_report(stack, args.workdir, result["monitor_run"])
+        report = fetch_report(stack, args.workdir, result["monitor"]["report_uri"])
         mails = sorted((stack.localaws_dir / "mail").glob("*.eml"))
     except Exception as exc:
         say(f"FAILED: {exc}")
@@ -144,30 +147,25 @@ def main() -> int:
         "images_classified": inference["images"],
         "inference_accuracy": inference["accuracy"],
         "low_confidence": inference["low_confidence"],
+        "monitored_requests": result["monitor"]["requests"],
+        "monitor_alert": result["monitor"]["alert"]["raise"],
         "emails_delivered": len(mails),
-        "report": str(report) if report else None,
+        "report": str(report),
         "elapsed_s": round(time.monotonic() - t0, 1),
     }
     print("DEMO SUMMARY " + json.dumps(summary), flush=True)
     return 0
 
 
-def fetch_report(stack: Stack, workdir: Path, monitor_run: str) -> Path | None:
+def fetch_report(stack: Stack, workdir: Path, report_uri: str) -> Path:
     """Copy the monitoring report out of localaws' S3 to a local file."""
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=stack.aws_endpoint, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    from ml_workflow.settings import settings_from_env
-
-    bucket = settings_from_env(stack.env()).bucket
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix="reports/monitoring/") for o in page.get("Contents", [])
-        if o["Key"].endswith("report.html")]
-    if not keys:
-        return None
+    bucket, _, key = report_uri.removeprefix("s3://").partition("/")
     target = workdir / "report.html"
-    s3.download_file(bucket, sorted(keys)[-1], str(target))
+    s3.download_file(bucket, key, str(target))
     return target
 
 

@@ -12,7 +12,7 @@ import json
 import logging
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from airflow.exceptions import AirflowFailException
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -48,7 +48,12 @@ def plan_monitoring(params: dict, data_interval_start: datetime | None,
     """Which endpoint, hours, model, partition and thresholds the run uses."""
     s = load_settings()
     endpoint = params.get("endpoint_name") or s.endpoint_name
-    start, end = monitoring.resolve_interval(data_interval_start, data_interval_end, run_after)
+    if params.get("hour"):
+        start = datetime.strptime(params["hour"], "%Y-%m-%dT%H").replace(tzinfo=UTC)
+        end = start + timedelta(hours=1)
+    else:
+        start, end = monitoring.resolve_interval(data_interval_start, data_interval_end,
+                                                 run_after)
     try:
         thresholds = monitoring.Thresholds(
             confidence=_threshold(params, "confidence_threshold", s.confidence_threshold),
