@@ -90,14 +90,19 @@ def run_pipeline(api: AirflowAPI, stack: Stack, timeout_s: float = 1800) -> dict
     decision = api.xcom("train_deploy", train_run, "evaluate")
 
     test_images = published["counts"]["test"]["total"]
+    inference_started = datetime.now(UTC)
     inference_run = run("inference_workflow", {"count": test_images, "batch_size": 50},
                         timeout=900)
     inference = api.xcom("inference_workflow", inference_run, "summarise")
 
-    # The hour the inference traffic was captured in (as a user picks it in the form).
-    hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
-    monitor_run = run("model_monitor", {"hour": hour}, timeout=600)
-    monitor = api.xcom("model_monitor", monitor_run, "analyse")
+    # The hour(s) the inference traffic was captured in, as a user picks them in the form.
+    hours = sorted({t.strftime("%Y-%m-%dT%H") for t in (inference_started, datetime.now(UTC))})
+    monitors = []
+    for hour in hours:
+        monitor_run = run("model_monitor", {"hour": hour}, timeout=600)
+        monitors.append(api.xcom("model_monitor", monitor_run, "analyse"))
+    monitor = {**monitors[-1], "requests": sum(m["requests"] for m in monitors),
+               "alert": {"raise": any(m["alert"]["raise"] for m in monitors)}}
     return {
         "published": published, "decision": decision, "inference": inference,
         "monitor_run": monitor_run, "monitor": monitor,
