@@ -12,7 +12,7 @@ export AIRFLOW_HOME := $(AIRFLOW_HOME_DIR)
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv airflow-home test lint demo up down bench lock clean
+.PHONY: venv airflow-home chromium test lint demo up down bench lock clean
 
 venv: $(STAMP)
 
@@ -38,7 +38,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/cfn-lint include/cloudformation/*.yaml
 
-test: lint airflow-home
+# Debian's chromium for the UI test (apt, where available; the test skips without it).
+chromium:
+	@bash scripts/install_chromium.sh
+
+test: lint airflow-home chromium
 	$(PY) -m pytest
 
 demo: $(STAMP)

@@ -49,7 +49,8 @@ with DAG(
     def plan(params=None, logical_date=None, dag_run=None, run_id=None) -> dict:
         from ml_workflow.etl_tasks import plan_partition
 
-        return plan_partition(params, logical_date or dag_run.run_after, run_id)
+        return plan_partition(params, logical_date or dag_run.run_after, run_id,
+                              manual=dag_run.run_type == "manual")
 
     @task
     def extract(partition: dict) -> dict:

@@ -25,10 +25,17 @@ def _s3(partition: dict):
     return S3Hook(aws_conn_id=partition["aws_conn_id"]).get_conn()
 
 
-def plan_partition(params: dict, when: datetime, run_id: str) -> dict:
+def partition_name(when: datetime, manual: bool) -> str:
+    """Scheduled and backfill runs own their day (``2026-11-27``); a manual run gets its own
+    partition (``2026-11-28T081502``) so it never overwrites, or is overwritten by, the
+    day's scheduled run."""
+    return when.strftime("%Y-%m-%dT%H%M%S" if manual else "%Y-%m-%d")
+
+
+def plan_partition(params: dict, when: datetime, run_id: str, manual: bool = False) -> dict:
     """Everything the run will do, decided once (and shown in the log and XCom)."""
     s = load_settings()
-    ds = when.strftime("%Y-%m-%d")
+    ds = partition_name(when, manual)
     try:
         dataset = s3_layout.check_name("dataset", params.get("dataset_name") or s.dataset_name)
         classes = [c.strip() for c in params.get("classes") or s.classes]

@@ -54,7 +54,7 @@ def test_shared_archive_publishes_1000_train_200_test(bucket):
             "md5": cifar.md5_of(SHARED_ARCHIVE), "dataset_name": "vehicles"}
     run = _run(conf)
     assert run.state == "success", _task_states(run)
-    prefix = "datasets/vehicles/2026-11-27/"
+    prefix = "datasets/vehicles/2026-11-27T000000/"
     keys = _keys(bucket, prefix)
     assert sum(k.startswith(prefix + "train/") for k in keys) == 1000
     assert sum(k.startswith(prefix + "test/") for k in keys) == 200
@@ -79,7 +79,7 @@ def test_rerun_replaces_partition_and_bad_class_publishes_nothing(bucket, tmp_pa
                                train={"bicycle": 4, "motorcycle": 4, "pickup_truck": 4},
                                test={"bicycle": 2, "motorcycle": 2, "pickup_truck": 2})
     base = {"source": f"file://{small}", "md5": cifar.md5_of(small), "dataset_name": "d"}
-    prefix = "datasets/d/2026-11-20/"
+    prefix = "datasets/d/2026-11-20T000000/"
     run = _run({**base, "classes": ["bicycle", "motorcycle", "pickup_truck"]}, day=20)
     assert run.state == "success", _task_states(run)
     assert len([k for k in _keys(bucket, prefix) if k.endswith(".png")]) == 18
@@ -94,7 +94,7 @@ def test_rerun_replaces_partition_and_bad_class_publishes_nothing(bucket, tmp_pa
     run = _run({**base, "classes": ["bicycle", "bus"]}, day=21)
     assert run.state == "failed"
     assert _task_states(run)["transform"] == "failed"
-    assert _keys(bucket, "datasets/d/2026-11-21/") == []
+    assert _keys(bucket, "datasets/d/2026-11-21T000000/") == []
 
 
 def test_checksum_mismatch_fails_before_anything_is_stored(bucket, tmp_path):
@@ -105,3 +105,11 @@ def test_checksum_mismatch_fails_before_anything_is_stored(bucket, tmp_path):
     assert run.state == "failed"
     assert _task_states(run)["extract"] == "failed"
     assert _keys(bucket, "") == []
+
+
+def test_manual_runs_get_their_own_partition_scheduled_runs_own_the_day():
+    from ml_workflow.etl_tasks import partition_name
+
+    when = datetime(2026, 11, 28, 8, 15, 2, tzinfo=UTC)
+    assert partition_name(when, manual=False) == "2026-11-28"
+    assert partition_name(when, manual=True) == "2026-11-28T081502"
