@@ -46,8 +46,10 @@ class Stack:
         return f"http://127.0.0.1:{self.api_port}"
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
-        env.pop("AWS_ENDPOINT_URL", None)
+        # Nothing of the caller's Airflow or AWS endpoint set-up leaks in (a connection in
+        # AIRFLOW_CONN_AWS_DEFAULT would silently point the stack at another localaws).
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AIRFLOW", "AWS_ENDPOINT_URL"))}
         env.update({
             "AIRFLOW_HOME": str(self.home),
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

@@ -20,8 +20,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from ml_workflow import cifar
-from tests.factories import make_cifar_archive
+from tests.e2e.conftest import CLASSES, TRAIN_PER_CLASS
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -34,12 +33,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CLASSES = ("bicycle", "motorcycle", "pickup_truck")
 CHOSEN = ["bicycle", "motorcycle"]
 # Its own dataset name, so the partition is not shared with the scheduled run that
 # unpausing cifar_etl starts for the same day.
 DATASET = "ui-e2e"
-TRAIN_PER_CLASS, TEST_PER_CLASS = 40, 8
 TASKS = ("plan", "extract", "transform", "load")
 
 
@@ -56,26 +53,6 @@ def _skip_reason() -> str | None:
 
 _SKIP = _skip_reason()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP))]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    from localaws.testing import free_port
-
-    work = tmp_path_factory.mktemp("e2e-ui")
-    archive = make_cifar_archive(work / "cifar.tar.gz",
-                                 train={c: TRAIN_PER_CLASS for c in CLASSES},
-                                 test={c: TEST_PER_CLASS for c in CLASSES})
-    env = {"CIFAR100_SOURCE": str(archive), "CIFAR100_MD5": cifar.md5_of(archive),
-           "ML_WORKFLOW_CLASSES": ",".join(CLASSES), "ML_WORKFLOW_RETRY_DELAY_S": "2"}
-    s = Stack(airflow_home=work / "airflow", localaws_dir=work / "localaws",
-              localaws_port=free_port(), api_port=free_port(), extra_env=env)
-    s.up()
-    try:
-        yield s
-    finally:
-        s.down()
-    assert not any(s._running(name) for name in ("airflow", "localaws"))
 
 
 @pytest.fixture
