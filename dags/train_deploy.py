@@ -65,6 +65,7 @@ with DAG(
         check_interval=_s.poll_interval_s,
         check_if_job_exists=True,
         action_if_job_exists="timestamp",
+        deferrable=_s.deferrable,
     )
 
     @task
@@ -114,6 +115,7 @@ with DAG(
         wait_for_completion=True,
         check_interval=_s.poll_interval_s,
         max_ingestion_time=3600,
+        deferrable=_s.deferrable,
     )
     smoke = verify(decision, deployment)
     chain(planned["training_config"], train, decision, gate(decision),

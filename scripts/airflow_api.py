@@ -107,11 +107,13 @@ class AirflowAPI:
 
         return _poll(check, timeout, f"{dag_id} run {run_id} to finish", interval=2.0)
 
-    def wait_for_new_run(self, dag_id: str, known: set[str], timeout: float) -> dict:
-        """Until a run that is not in ``known`` appears (a scheduled or Asset-triggered one)."""
+    def wait_for_new_run(self, dag_id: str, known: set[str], timeout: float,
+                         run_type: str | None = None) -> dict:
+        """Until a run not in ``known`` (of ``run_type``, e.g. "asset_triggered") appears."""
         return _poll(lambda: next((r for r in self.runs(dag_id)
-                                   if r["dag_run_id"] not in known), None),
-                     timeout, f"a new run of {dag_id}")
+                                   if r["dag_run_id"] not in known
+                                   and run_type in (None, r["run_type"])), None),
+                     timeout, f"a new {run_type or ''} run of {dag_id}")
 
     @staticmethod
     def _maybe(call):

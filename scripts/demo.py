@@ -79,12 +79,14 @@ def run_pipeline(api: AirflowAPI, stack: Stack, timeout_s: float = 1800) -> dict
     known_train = {r["dag_run_id"] for r in api.runs("train_deploy")}
     known_etl = {r["dag_run_id"] for r in api.runs("cifar_etl")}
     api.set_paused("cifar_etl", False)
-    etl_run = api.wait_for_new_run("cifar_etl", known_etl, timeout=120)["dag_run_id"]
+    etl_run = api.wait_for_new_run("cifar_etl", known_etl, timeout=120,
+                                   run_type="scheduled")["dag_run_id"]
     say(f"scheduler started cifar_etl ({etl_run})")
     finish("cifar_etl", etl_run, 600)
     published = api.xcom("cifar_etl", etl_run, "load")
 
-    train_run = api.wait_for_new_run("train_deploy", known_train, timeout=120)["dag_run_id"]
+    train_run = api.wait_for_new_run("train_deploy", known_train, timeout=120,
+                                     run_type="asset_triggered")["dag_run_id"]
     say(f"the dataset Asset triggered train_deploy ({train_run})")
     finish("train_deploy", train_run, 1200)
     decision = api.xcom("train_deploy", train_run, "evaluate")

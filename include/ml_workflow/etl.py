@@ -137,7 +137,7 @@ def transform(s3, bucket: str, raw_key: str, classes: list[str], staging_key: st
 
 
 def load(s3, bucket: str, staging_key: str, prefix: str, work_dir: Path,
-         max_workers: int = 16) -> dict:
+         max_workers: int = 8) -> dict:
     """Publish the staged partition under prefix; ``_MANIFEST.json`` is written last."""
     work_dir = Path(work_dir)
     manifest = json.loads(

@@ -9,8 +9,8 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from airflow.exceptions import AirflowFailException
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.sdk.exceptions import AirflowFailException
 
 from ml_workflow import etl, s3_layout
 from ml_workflow.cifar import CifarFormatError, ClassSelectionError

@@ -14,9 +14,9 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-from airflow.exceptions import AirflowFailException
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.hooks.sns import SnsHook
+from airflow.sdk.exceptions import AirflowFailException
 
 from ml_workflow import etl, monitoring, registry, s3_layout
 from ml_workflow.sagemaker_requests import VARIANT

@@ -34,6 +34,7 @@ Each setting is looked up, first match wins, in:
 | poll_interval_s            | 30 (how often operators poll AWS; 2 on localaws)    |
 | max_training_runtime_s     | 3600                                                |
 | retry_delay_s              | 20 (first retry of a failed task; doubles after)    |
+| deferrable                 | false (SageMaker waits in the triggerer when true)  |
 | cifar100_source            | the official CIFAR-100 python archive URL           |
 | cifar100_md5               | eb9058c3a382ffc7106e4002c42a8d85 (official archive) |
 """
@@ -81,6 +82,7 @@ class Settings:
     poll_interval_s: int = 30
     max_training_runtime_s: int = 3600
     retry_delay_s: int = 20
+    deferrable: bool = False
     cifar100_source: str = OFFICIAL_CIFAR100_URL
     cifar100_md5: str = OFFICIAL_CIFAR100_MD5
 
@@ -107,6 +109,12 @@ def _coerce(name: str, raw: str, default: object) -> object:
         if not items:
             raise SettingsError(f"setting {name!r} must list at least one value, got {raw!r}")
         return items
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"setting {name!r} must be true or false, got {raw!r}")
     if isinstance(default, int):
         try:
             value = int(raw)

@@ -8,9 +8,9 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from airflow.exceptions import AirflowFailException
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from ml_workflow import etl, registry, s3_layout
 from ml_workflow import sagemaker_requests as req
@@ -62,9 +62,9 @@ def resolve_partition(s: Settings, s3, params: dict, asset_events) -> tuple[str,
     if extra:
         return extra["bucket"], extra["prefix"], "asset event"
     prefix = _latest_partition(s3, s.bucket, s.key("datasets", dataset) + "/")
-    if prefix is None:
-        raise AirflowFailException(f"no published partition of dataset {dataset!r} in "
-                                   f"s3://{s.bucket}/: run cifar_etl first")
+    if prefix is None:  # e.g. the weekly retrain before the first ETL: nothing to do yet
+        raise AirflowSkipException(f"no published partition of dataset {dataset!r} in "
+                                   f"s3://{s.bucket}/ yet: run cifar_etl first")
     return s.bucket, prefix, "latest published"
 
 

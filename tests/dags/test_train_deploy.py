@@ -80,3 +80,21 @@ def test_create_update_in_place_gate_and_capture(dag, published):
     line = s3.get_object(Bucket=published, Key=keys[0])["Body"].read().splitlines()[0]
     record = json.loads(line)
     assert record["captureData"]["endpointInput"]["encoding"] == "BASE64"
+
+
+def test_deferrable_mode_waits_in_the_trigger(published, monkeypatch):
+    """With ML_WORKFLOW_DEFERRABLE the SageMaker operators defer to the provider's triggers
+    (aiobotocore against the same endpoint_url); dag.test() runs them inline."""
+    monkeypatch.setenv("ML_WORKFLOW_BUCKET", published)
+    monkeypatch.setenv("ML_WORKFLOW_POLL_INTERVAL_S", "1")
+    monkeypatch.setenv("ML_WORKFLOW_ENDPOINT_NAME", "deferred-classifier")
+    monkeypatch.setenv("ML_WORKFLOW_DEFERRABLE", "true")
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder="dags/train_deploy.py").dags["train_deploy"]
+    assert dag.get_task("train").deferrable and dag.get_task("deploy").deferrable
+    run, states = _run(dag, {"hyperparameters": {"epochs": 2, "mini_batch_size": 16},
+                             "force_deploy": True}, 4)
+    assert run.state == "success", states
+    endpoint = boto3.client("sagemaker").describe_endpoint(EndpointName="deferred-classifier")
+    assert endpoint["EndpointStatus"] == "InService"

@@ -61,3 +61,10 @@ def test_integer_settings():
     assert settings_from_env({"ML_WORKFLOW_POLL_INTERVAL_S": "2"}).poll_interval_s == 2
     with pytest.raises(SettingsError, match="poll_interval_s.*integer"):
         settings_from_env({"ML_WORKFLOW_POLL_INTERVAL_S": "2.5"})
+
+
+def test_boolean_settings():
+    assert settings_from_env({"ML_WORKFLOW_DEFERRABLE": "true"}).deferrable is True
+    assert settings_from_env({}).deferrable is False
+    with pytest.raises(SettingsError, match="deferrable.*true or false"):
+        settings_from_env({"ML_WORKFLOW_DEFERRABLE": "maybe"})
