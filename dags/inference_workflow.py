@@ -43,7 +43,11 @@ with DAG(
         "batch_size": Param(50, type="integer", minimum=1, maximum=500,
                             title="Images per execution"),
         "max_concurrency": Param(4, type="integer", minimum=1, maximum=40,
-                                 title="Images in flight per execution"),
+                                 title="Chunks in flight per execution"),
+        "images_per_chunk": Param(8, type="integer", minimum=1, maximum=40,
+                                  title="Images per Lambda call",
+                                  description="Each chunk's base64 images travel in the "
+                                              "state: keep chunk × image size ≪ 256 KB"),
     },
 ) as dag:
 
@@ -83,7 +87,7 @@ with DAG(
     def ensure_state_machine(topic_arn: str, params=None) -> str:
         from ml_workflow.inference_tasks import ensure_state_machine as machine
 
-        return machine(topic_arn, params["max_concurrency"])
+        return machine(topic_arn, params["max_concurrency"], params["images_per_chunk"])
 
     @task
     def choose_batches(params=None, run_id=None) -> list[dict]:

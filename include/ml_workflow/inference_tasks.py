@@ -8,9 +8,9 @@ import logging
 import time
 from collections import Counter
 
-from airflow.exceptions import AirflowFailException
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.sdk.exceptions import AirflowFailException
 
 from ml_workflow import lambda_package, names, registry, s3_layout, statemachine
 from ml_workflow.settings import Settings, load_settings
@@ -121,12 +121,13 @@ def ensure_topic() -> str:
     return arn
 
 
-def ensure_state_machine(topic_arn: str, max_concurrency: int = 4) -> str:
+def ensure_state_machine(topic_arn: str, max_concurrency: int = 4,
+                         images_per_chunk: int = 8) -> str:
     s = load_settings()
     lam = _client(s, "lambda")
     arns = {role: lam.get_function(FunctionName=fn)["Configuration"]["FunctionArn"]
             for role, fn in names.lambda_function_names(s).items()}
-    definition = statemachine.definition(arns, topic_arn, max_concurrency)
+    definition = statemachine.definition(arns, topic_arn, max_concurrency, images_per_chunk)
     sfn = _client(s, "stepfunctions")
     name = names.state_machine_name(s)
     existing = [m["stateMachineArn"] for page in

@@ -1,9 +1,10 @@
 """classify: send one serialized image to the SageMaker endpoint named by the
 ``ENDPOINT_NAME`` environment variable and return its class probabilities.
 
-Event: the serialize step's output. Returns the same object with ``inferences`` (a JSON
-list of floats) and WITHOUT ``image_data``: the image bytes leave the state once classified
-so a large batch stays under Step Functions' 256 KB limit. Standard library + boto3 only.
+Event: the serialize step's output (one image, or ``{"cases": [...]}``). Returns the same
+object(s) with ``inferences`` (a JSON list of floats) and WITHOUT ``image_data``: the image
+bytes leave the state once classified so a large batch stays under Step Functions' 256 KB
+limit. Standard library + boto3 only.
 """
 
 import base64
@@ -41,6 +42,12 @@ def lambda_handler(event, context):
     endpoint = os.environ.get("ENDPOINT_NAME")
     if not endpoint:
         raise EndpointError("the ENDPOINT_NAME environment variable is not set")
+    if isinstance(event, dict) and isinstance(event.get("cases"), list):
+        return {"cases": [classify_one(endpoint, case) for case in event["cases"]]}
+    return classify_one(endpoint, event)
+
+
+def classify_one(endpoint: str, event) -> dict:
     if not isinstance(event, dict) or not isinstance(event.get("image_data"), str):
         raise InvalidEvent("event is missing 'image_data' (a base64 string from serialize)")
     try:

@@ -3,7 +3,8 @@
 ``THRESHOLD`` (default 0.8) and ``CLASS_NAMES`` (JSON list in label order) come from the
 environment. Returns the image's ``s3_bucket``, ``s3_key``, ``inferences``,
 ``predicted_label``, ``predicted_class``, ``confidence``, ``threshold`` and ``confident``
-(true when confidence ≥ threshold). Standard library only.
+(true when confidence ≥ threshold); for ``{"cases": [...]}`` a list of those.
+Standard library only.
 """
 
 import json
@@ -38,6 +39,13 @@ def _class_names() -> list:
 
 
 def lambda_handler(event, context):
+    threshold, names = _threshold(), _class_names()
+    if isinstance(event, dict) and isinstance(event.get("cases"), list):
+        return [filter_one(case, threshold, names) for case in event["cases"]]
+    return filter_one(event, threshold, names)
+
+
+def filter_one(event, threshold: float, names: list) -> dict:
     if not isinstance(event, dict):
         raise InvalidEvent(f"event must be an object, got {type(event).__name__}")
     inferences = event.get("inferences")
@@ -49,8 +57,6 @@ def lambda_handler(event, context):
         raise InvalidEvent(f"'inferences' must hold numbers, got {inferences!r}") from None
     if not all(math.isfinite(x) for x in scores):
         raise InvalidEvent(f"'inferences' holds a non-finite number: {inferences!r}")
-    threshold = _threshold()
-    names = _class_names()
     label = max(range(len(scores)), key=scores.__getitem__)
     confidence = scores[label]
     return {

@@ -1,8 +1,10 @@
 """serialize: read one image from S3 and return it base64-encoded for the next step.
 
-Event: ``{"s3_bucket": ..., "s3_key": ...}`` (one case of the workflow's ``cases``).
-Returns: ``{"s3_bucket", "s3_key", "image_data": <base64 str>, "content_type",
-"inferences": []}``. Standard library + boto3 only.
+Event: ``{"s3_bucket": ..., "s3_key": ...}`` (one case of the workflow's ``cases``), or
+``{"cases": [...]}`` (a small chunk of them, as the state machine sends).
+Returns, per image: ``{"s3_bucket", "s3_key", "image_data": <base64 str>,
+"content_type", "inferences": []}`` (a chunk: ``{"cases": [...]}``).
+Standard library + boto3 only.
 """
 
 import base64
@@ -49,6 +51,14 @@ def _field(event: dict, name: str) -> str:
 
 
 def lambda_handler(event, context):
+    if isinstance(event, dict) and "cases" in event:
+        if not isinstance(event["cases"], list):
+            raise InvalidEvent(f"'cases' must be a list, got {type(event['cases']).__name__}")
+        return {"cases": [serialize_one(case) for case in event["cases"]]}
+    return serialize_one(event)
+
+
+def serialize_one(event) -> dict:
     if not isinstance(event, dict):
         raise InvalidEvent(f"event must be an object with s3_bucket and s3_key, got "
                            f"{type(event).__name__}")

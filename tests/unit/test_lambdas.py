@@ -158,3 +158,24 @@ def test_lambda_imports_only_stdlib_and_boto3(name):
     modules |= {node.module.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.module}
     assert modules - set(sys.stdlib_module_names) <= {"boto3", "botocore"}
+
+
+def test_a_chunk_of_cases_goes_through_all_three(s3, runtime, monkeypatch):
+    monkeypatch.setenv("CLASS_NAMES", json.dumps(["bicycle", "motorcycle"]))
+    chunk = {"cases": [{"s3_bucket": "imgs", "s3_key": "a.png"}] * 2}
+    serialized = serialize.lambda_handler(chunk, None)
+    assert [c["s3_key"] for c in serialized["cases"]] == ["a.png", "a.png"]
+    for _ in range(2):
+        runtime.add_response("invoke_endpoint", {"Body": io.BytesIO(b"[0.3, 0.7]")})
+    classified = classify.lambda_handler(serialized, None)
+    assert all("image_data" not in c for c in classified["cases"])
+    filtered = filter_.lambda_handler(classified, None)
+    assert [r["predicted_class"] for r in filtered] == ["motorcycle", "motorcycle"]
+    assert [r["confident"] for r in filtered] == [False, False]
+
+
+def test_a_bad_case_in_a_chunk_names_it(s3):
+    with pytest.raises(serialize.ImageNotFound, match="missing.png"):
+        serialize.lambda_handler({"cases": [{"s3_bucket": "imgs", "s3_key": "a.png"},
+                                            {"s3_bucket": "imgs", "s3_key": "missing.png"}]},
+                                 None)

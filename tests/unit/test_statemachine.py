@@ -12,11 +12,13 @@ TOPIC = "arn:aws:sns:us-east-1:123456789012:alerts"
 
 
 def test_definition_is_filled_and_bounded():
-    text = statemachine.definition(ARNS, TOPIC, max_concurrency=3)
+    text = statemachine.definition(ARNS, TOPIC, max_concurrency=3, images_per_chunk=5)
     assert "${" not in text
     doc = json.loads(text)
+    assert doc["States"]["Chunk"]["Parameters"]["chunks.$"] == \
+        "States.ArrayPartition($.cases, 5)"
     mapped = doc["States"]["ClassifyEachImage"]
-    assert mapped["Type"] == "Map" and mapped["ItemsPath"] == "$.cases"
+    assert mapped["Type"] == "Map" and mapped["ItemsPath"] == "$.chunks"
     assert mapped["MaxConcurrency"] == 3
     steps = mapped["ItemProcessor"]["States"]
     assert [steps[s]["Parameters"]["FunctionName"] for s in ("Serialize", "Classify", "Filter")] \
