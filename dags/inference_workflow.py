@@ -44,7 +44,7 @@ with DAG(
                             title="Images per execution"),
         "max_concurrency": Param(4, type="integer", minimum=1, maximum=40,
                                  title="Chunks in flight per execution"),
-        "images_per_chunk": Param(8, type="integer", minimum=1, maximum=40,
+        "images_per_chunk": Param(16, type="integer", minimum=1, maximum=40,
                                   title="Images per Lambda call",
                                   description="Each chunk's base64 images travel in the "
                                               "state: keep chunk × image size ≪ 256 KB"),

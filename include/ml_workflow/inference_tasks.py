@@ -122,7 +122,7 @@ def ensure_topic() -> str:
 
 
 def ensure_state_machine(topic_arn: str, max_concurrency: int = 4,
-                         images_per_chunk: int = 8) -> str:
+                         images_per_chunk: int = 16) -> str:
     s = load_settings()
     lam = _client(s, "lambda")
     arns = {role: lam.get_function(FunctionName=fn)["Configuration"]["FunctionArn"]

@@ -27,7 +27,7 @@ def substitute(node, values: dict[str, str]):
 
 
 def definition(function_arns: dict[str, str], topic_arn: str, max_concurrency: int = 4,
-               images_per_chunk: int = 8, path: Path = DEFINITION) -> str:
+               images_per_chunk: int = 16, path: Path = DEFINITION) -> str:
     """The definition as a JSON string, ready for Create/UpdateStateMachine."""
     doc = json.loads(path.read_text())
     doc = substitute(doc, {

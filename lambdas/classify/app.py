@@ -11,10 +11,13 @@ import base64
 import binascii
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 
 _runtime = None
+# Images of one chunk are sent to the endpoint concurrently (it serves requests in parallel).
+PARALLEL_REQUESTS = int(os.environ.get("PARALLEL_REQUESTS", "4"))
 TRANSIENT_CODES = {"ThrottlingException", "ServiceUnavailable", "InternalFailure",
                    "InternalDependencyException", "ModelNotReadyException"}
 
@@ -43,7 +46,10 @@ def lambda_handler(event, context):
     if not endpoint:
         raise EndpointError("the ENDPOINT_NAME environment variable is not set")
     if isinstance(event, dict) and isinstance(event.get("cases"), list):
-        return {"cases": [classify_one(endpoint, case) for case in event["cases"]]}
+        _client()  # create the shared client once, before the threads use it
+        with ThreadPoolExecutor(max(1, PARALLEL_REQUESTS)) as pool:
+            return {"cases": list(pool.map(lambda case: classify_one(endpoint, case),
+                                           event["cases"]))}
     return classify_one(endpoint, event)
 
 
